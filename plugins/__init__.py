@@ -1,0 +1,1 @@
+"""The OpenAI <-> Triton plugins: pure transformations wrapped by two thin plugin classes."""
