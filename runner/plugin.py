@@ -168,10 +168,10 @@ class Request:
         headers: list[m.Entry] = []
         if self._headers is not None and self._headers.changed:
             for name in self._headers.touched():
-                values = [v for v in self._headers.getall(name) if v is not None]
+                present = [v for v in self._headers.getall(name) if v is not None]
                 # The gateway *sets* each Rewrite header, so several values travel as one
                 # comma-joined value (RFC 9110 5.3); none left means delete.
-                headers.append((name, ", ".join(values) if values else None))
+                headers.append((name, ", ".join(present) if present else None))
         args: list[m.Entry] = []
         if self._args is not None and self._args.changed:
             for name in self._args.touched():
