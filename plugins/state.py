@@ -48,6 +48,9 @@ class CallState(msgspec.Struct, array_like=True, frozen=True):
     backend: str
     api: Api
     stop: tuple[str, ...] = ()
+    #: Counted by the request plugin when its conf names a tokenizer and the backend cannot
+    #: return counts; the response phase never sees the prompt.
+    prompt_tokens: int | None = None
 
 
 class StateError(ValueError):
