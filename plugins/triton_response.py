@@ -293,9 +293,16 @@ def parse_reply(api: str, body: bytes) -> TritonReply:
 
 
 def error_message(body: bytes) -> Optional[str]:
-    """Triton's message from an error body ``{"error": "..."}``, or None if it is not one."""
+    """Triton's message from an error body ``{"error": "..."}``, or None if it is not one.
+
+    generate_stream answers a failure of the model's first response with the error status and
+    the error as the only event (``data: {"error": ...}``), so that form is read too.
+    """
+    stripped = body.strip()
+    if stripped.startswith(b"data:"):
+        stripped = stripped[5:].split(b"\n", 1)[0]
     try:
-        data = orjson.loads(body)
+        data = orjson.loads(stripped)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(data, dict) or "error" not in data:

@@ -23,8 +23,9 @@ environment:
                            the runner; --listen overrides it)
   {ENV_EXPIRE}  seconds the gateway caches a conf token (default 3600); the
                            runner keeps each conf 1.2 times that long after its last use
-  {ENV_CONFIG}  config file (default: conf/config.yaml in the working
-                           directory, if present)
+  {ENV_CONFIG}  config file (default: none, built-in defaults; the
+                           working directory is never searched: under APISIX it
+                           holds the gateway's own conf/config.yaml)
 
 precedence: command line > environment > config file > built-in defaults.
 exit codes: 0 clean stop (SIGTERM/SIGINT), 1 runtime failure (e.g. cannot bind), 2 usage or
@@ -36,7 +37,7 @@ def _add_source_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE",
         help=f"runner config file (YAML; see conf/config.yaml). Default: ${ENV_CONFIG}, else "
-        "conf/config.yaml in the working directory if it exists, else built-in defaults",
+        "built-in defaults",
     )
     parser.add_argument(
         "--plugin", dest="plugins", action="append", metavar="MODULE:ATTR",

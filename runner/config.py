@@ -20,7 +20,6 @@ from .logs import parse_level
 ENV_LISTEN = "APISIX_LISTEN_ADDRESS"
 ENV_EXPIRE = "APISIX_CONF_EXPIRE_TIME"
 ENV_CONFIG = "APISIX_OPENAI_TRITON_CONFIG"
-DEFAULT_CONFIG_FILE = Path("conf") / "config.yaml"
 
 
 class ConfigError(Exception):
@@ -163,12 +162,12 @@ def load_file(path: str) -> dict[str, Any]:
 
 
 def find_config_file(cli_path: Optional[str], env: Mapping[str, str], cwd: Path) -> Optional[str]:
-    """``--config``, else ``$APISIX_OPENAI_TRITON_CONFIG``, else ``conf/config.yaml`` if present."""
-    explicit = cli_path or env.get(ENV_CONFIG)
-    if explicit:
-        return explicit
-    default = cwd / DEFAULT_CONFIG_FILE
-    return str(default) if default.is_file() else None
+    """``--config``, else ``$APISIX_OPENAI_TRITON_CONFIG``, else none (built-in defaults).
+
+    There is deliberately no lookup in the working directory: the gateway starts the runner in
+    its own directory, where ``conf/config.yaml`` is the gateway's config file, not ours.
+    """
+    return cli_path or env.get(ENV_CONFIG) or None
 
 
 def resolve(

@@ -449,3 +449,12 @@ def test_stream_empty_generation_is_a_valid_stream() -> None:
     objects = validate_stream(st, run(st, sse({"text_output": "", "finish_reason": "stop"})).body)
     assert content_of(objects) == "" and finish_of(objects) == ["stop"]
     assert len(objects) == 2
+
+
+def test_stream_error_with_error_status_keeps_triton_message() -> None:
+    """Triton answers a failure of the first stream response with its status and one event."""
+    from apisix_openai_triton.plugins.triton_response import error_message
+
+    body = b'data: {"error":"Streaming is only supported in decoupled mode."}\n\n'
+    assert error_message(body) == "Streaming is only supported in decoupled mode."
+    assert error_message(b"data: not json\n\n") is None

@@ -64,3 +64,11 @@ def test_socket_mode_spellings() -> None:
 
 def test_listen_spellings() -> None:
     assert parse_listen("unix:/a/b.sock") == parse_listen("/a/b.sock") == "/a/b.sock"
+
+
+def test_gateway_config_in_working_directory_is_never_read(tmp_path: Path) -> None:
+    """APISIX starts the runner in its own directory, where conf/config.yaml is APISIX's."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "config.yaml").write_text("apisix:\n  node_listen: 9080\n")
+    config = resolve({}, env={"APISIX_LISTEN_ADDRESS": "unix:/x.sock"}, cwd=tmp_path)
+    assert config.config_file is None and config.listen == "/x.sock"
