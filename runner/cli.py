@@ -78,6 +78,16 @@ def _add_run(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "message or an ExtraInfo answer (default 60, like the gateway)",
     )
     parser.add_argument(
+        "--workers", metavar="N|auto",
+        help="worker processes accepting on the socket (default 1: no fork; auto: one per CPU). "
+        "A conf token prepared on any worker is valid on all of them",
+    )
+    parser.add_argument(
+        "--metrics-listen", metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off). Keep it on "
+        "a private address: it has no authentication",
+    )
+    parser.add_argument(
         "--no-uvloop", dest="uvloop", action="store_const", const=False,
         help="use the asyncio event loop even when uvloop is installed",
     )
@@ -116,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> RunnerConfig:
     cli = _cli_values(
         args,
         ("config", "listen", "socket_mode", "log_level", "log_file", "plugins", "read_timeout",
-         "uvloop", "log_bodies"),
+         "uvloop", "log_bodies", "workers", "metrics_listen"),
     )
     return resolve(cli)
 

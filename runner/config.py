@@ -16,6 +16,8 @@ from typing import Any, Optional
 import yaml
 
 from .logs import parse_level
+from .metrics_http import parse_host_port
+from .workers import resolve_workers
 
 ENV_LISTEN = "APISIX_LISTEN_ADDRESS"
 ENV_EXPIRE = "APISIX_CONF_EXPIRE_TIME"
@@ -40,6 +42,10 @@ class RunnerConfig:
     log_bodies: bool = False
     conf_expire_time: float = 3600.0
     shutdown_grace: float = 0.8
+    #: worker processes (``run --workers N|auto``); 1 serves in the starting process, no fork
+    workers: int = 1
+    #: ``HOST:PORT`` of the Prometheus endpoint; ``None`` (the default) turns metrics off
+    metrics_listen: Optional[str] = None
     #: where the file settings came from (``None``: built-in defaults only)
     config_file: Optional[str] = field(default=None, compare=False)
 
@@ -111,6 +117,13 @@ def _specs(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _metrics_listen(value: object) -> Optional[str]:
+    text = _optional_str(value)
+    if text is not None:
+        parse_host_port(text)
+    return text
+
+
 def _listen(value: object) -> Optional[str]:
     text = _optional_str(value)
     return None if text is None else parse_listen(text)
@@ -125,6 +138,8 @@ FILE_KEYS: dict[str, Callable[[object], Any]] = {
     "read_timeout": _positive_float,
     "uvloop": _bool,
     "log_bodies": _bool,
+    "workers": resolve_workers,
+    "metrics_listen": _metrics_listen,
 }
 """Config-file key -> validator returning the ``RunnerConfig`` value."""
 

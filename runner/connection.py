@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Optional, Protocol, Union, cast
 
 from .conf_store import ConfStore, Prefetch, PreparedConf
+from .metrics import Metrics
 from .plugin import Request, Response
 from .protocol import messages as m
 from .protocol.codec import decode_to_runner, encode_to_gateway
@@ -31,6 +33,10 @@ _PREPARE_CONF = int(m.MessageType.PREPARE_CONF)
 _HTTP_REQ_CALL = int(m.MessageType.HTTP_REQ_CALL)
 _EXTRA_INFO = int(m.MessageType.EXTRA_INFO)
 _HTTP_RESP_CALL = int(m.MessageType.HTTP_RESP_CALL)
+_CALL_TYPE_NAMES = {
+    _PREPARE_CONF: "prepare_conf", _HTTP_REQ_CALL: "http_req_call", _HTTP_RESP_CALL: "http_resp_call",
+}
+_now = time.perf_counter
 
 ERR_BAD_REQUEST = encode_to_gateway(m.ErrorResponse(m.ErrorCode.BAD_REQUEST))
 ERR_SERVICE_UNAVAILABLE = encode_to_gateway(m.ErrorResponse(m.ErrorCode.SERVICE_UNAVAILABLE))
@@ -46,6 +52,7 @@ class Owner(Protocol):
 
     store: ConfStore
     draining: bool
+    metrics: Optional[Metrics]
 
     def connection_closed(self, conn: "Connection") -> None: ...
 
@@ -58,7 +65,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "_owner", "_store", "_loop", "_transport", "_decoder", "_frames", "_waiter", "_task",
         "_closed", "in_call", "_asking", "_rx", "_rx_seen", "_stalled", "_read_paused",
-        "_write_paused", "_ask",
+        "_write_paused", "_ask", "_metrics", "_drained",
     )
 
     def __init__(self, owner: Owner) -> None:
@@ -80,6 +87,8 @@ class Connection(asyncio.Protocol):
         self._read_paused = False
         self._write_paused = False
         self._ask = self.ask  # bound once: every Request/Response of this connection gets it
+        self._metrics = owner.metrics
+        self._drained: Optional[asyncio.Future[None]] = None
 
     # --- asyncio.Protocol ------------------------------------------------------------------
 
@@ -127,6 +136,9 @@ class Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._update_reading()
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # --- server-facing ---------------------------------------------------------------------
 
@@ -163,6 +175,8 @@ class Connection(asyncio.Protocol):
         """Malformed or unexpected input: log one line and drop this connection."""
         if not self._closed:
             log.warning("closing a connection: protocol violation: %s", reason)
+            if self._metrics is not None:
+                self._metrics.error("protocol_violation")
         self.close()
 
     # --- the call loop ---------------------------------------------------------------------
@@ -192,7 +206,7 @@ class Connection(asyncio.Protocol):
 
     def _decode(self, frame: Frame) -> m.ToRunner:
         try:
-            return decode_to_runner(*frame)
+            return decode_to_runner(frame[0], frame[1], True)
         except Exception as exc:  # the codec must reject, never crash the server
             self.violation(f"undecodable message of type {frame[0]}: {exc}")
             raise CallAborted() from None
@@ -201,10 +215,14 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         owner = self._owner
+        metrics = self._metrics
+        started = 0.0
         try:
             while True:
                 frame = await self._next_frame()
                 self.in_call = True
+                if metrics is not None:
+                    started = _now()
                 msg_type = frame[0]
                 answer: bytes
                 if msg_type == _HTTP_REQ_CALL:
@@ -220,9 +238,16 @@ class Connection(asyncio.Protocol):
                     return
                 transport.write(answer)
                 self.in_call = False
+                if metrics is not None:
+                    metrics.observe(_CALL_TYPE_NAMES[msg_type], _now() - started)
                 if owner.draining:
                     self.close()
                     return
+                if self._write_paused:
+                    # Frames already queued must not each add an answer to the backlog of a
+                    # peer that does not read: one unread answer per connection at most.
+                    self._drained = self._loop.create_future()
+                    await self._drained
         except (CallAborted, asyncio.CancelledError):
             return  # the peer left or broke the protocol (already logged): nothing to answer
         except Exception:
@@ -238,6 +263,8 @@ class Connection(asyncio.Protocol):
             token = self._store.prepare(msg.conf, msg.key)
         except Exception as exc:  # ConfRejected, or a hook failing: fail closed either way
             log.warning("PrepareConf refused (key %s): %s", msg.key or "-", exc)
+            if self._metrics is not None:
+                self._metrics.error("conf_rejected")
             return ERR_BAD_REQUEST
         return encode_to_gateway(m.PrepareConfResponse(token))
 
@@ -245,6 +272,8 @@ class Connection(asyncio.Protocol):
         entry = self._store.get(token)
         if entry is None and self._store.on_miss is not None:
             entry = await self._store.recover(token)
+        if entry is None and self._metrics is not None:
+            self._metrics.error("conf_token_not_found")
         return entry
 
     async def _request_call(self, frame: Frame) -> bytes:
@@ -260,9 +289,12 @@ class Connection(asyncio.Protocol):
         if entry.request_prefetch is not None:
             await self._prefetch(entry.request_prefetch, request)
         name = chain[0][0]
+        metrics = self._metrics
         try:
             action: m.Action = None
             for name, request_filter, conf in chain:
+                if metrics is not None:
+                    metrics.plugin_call("request", name)
                 stop = await request_filter(conf, request)
                 if stop is not None:
                     action = stop.to_message()
@@ -271,10 +303,15 @@ class Connection(asyncio.Protocol):
                 action = request.to_action()
         except CallAborted:
             raise
+        except ProtocolError as exc:  # a lazily decoded header or argument is malformed
+            self.violation(f"undecodable HTTPReqCall: {exc}")
+            raise CallAborted() from None
         except Exception:
             log.exception(
                 "plugin %r failed in the request phase (call id %d): answering 503", name, call.id
             )
+            if metrics is not None:
+                metrics.error("plugin_error")
             return ERR_SERVICE_UNAVAILABLE
         return self._encode(m.HTTPReqCallResponse(call.id, action), call.id)
 
@@ -291,16 +328,24 @@ class Connection(asyncio.Protocol):
         if entry.response_prefetch is not None:
             await self._prefetch(entry.response_prefetch, response)
         name = chain[0][0]
+        metrics = self._metrics
         try:
             for name, response_filter, conf in chain:
+                if metrics is not None:
+                    metrics.plugin_call("response", name)
                 await response_filter(conf, response)
             answer = response.to_message()
         except CallAborted:
             raise
+        except ProtocolError as exc:  # a lazily decoded header is malformed
+            self.violation(f"undecodable HTTPRespCall: {exc}")
+            raise CallAborted() from None
         except Exception:
             log.exception(
                 "plugin %r failed in the response phase (call id %d): answering 503", name, call.id
             )
+            if metrics is not None:
+                metrics.error("plugin_error")
             return ERR_SERVICE_UNAVAILABLE
         return self._encode(answer, call.id)
 
@@ -309,6 +354,8 @@ class Connection(asyncio.Protocol):
             return encode_to_gateway(msg)
         except FrameTooLarge as exc:
             log.error("the answer to call id %d cannot be sent (%s): answering 503", call_id, exc)
+            if self._metrics is not None:
+                self._metrics.error("answer_too_large")
             return ERR_SERVICE_UNAVAILABLE
 
     # --- ExtraInfo -------------------------------------------------------------------------

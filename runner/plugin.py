@@ -43,7 +43,7 @@ class Stop:
         self.status = status
         items = headers.items() if isinstance(headers, Mapping) else headers
         self.headers: list[tuple[str, str]] = [(k.lower(), v) for k, v in items]
-        self.body = body.encode() if isinstance(body, str) else body
+        self.body = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: HeaderInput = ()) -> "Stop":
@@ -152,7 +152,7 @@ class Request:
 
     def set_body(self, body: Union[bytes, str]) -> None:
         """Replace the body sent upstream (the gateway recomputes Content-Length)."""
-        data = body.encode() if isinstance(body, str) else body
+        data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
         if not data:
             raise ValueError("the gateway cannot send an empty replacement body")
         self._new_body = data
@@ -255,7 +255,7 @@ class Response:
 
     def set_body(self, body: Union[bytes, str]) -> None:
         """Replace the body the client gets. Set ``content-type`` too: see the class docstring."""
-        data = body.encode() if isinstance(body, str) else body
+        data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
         if not data:
             raise ValueError("the gateway cannot send an empty replacement body")
         self._new_body = data

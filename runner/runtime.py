@@ -11,14 +11,19 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 from . import logs
+from . import metrics as mx
 from .conf_store import ConfStore
+from .fdlimit import ensure_fd_limit
 from .config import ENV_LISTEN, RunnerConfig
+from .metrics_http import MetricsService, bind_metrics
 from .registry import PluginLoadError, PluginRegistry
 from .server import ListeningSocket, Server, SocketSetupError, bind_unix_socket
+from .workers import Supervisor, WorkerContext
 
 log = logging.getLogger("apisix_openai_triton.runner")
 
@@ -57,18 +62,53 @@ class _EarlyStop:
 
 
 async def serve_until_signalled(
-    listening: ListeningSocket, store: ConfStore, config: RunnerConfig, early: _EarlyStop
+    sock: socket.socket,
+    store: ConfStore,
+    config: RunnerConfig,
+    stop_requested: bool,
+    *,
+    metrics: Optional[mx.Metrics] = None,
+    metrics_sock: Optional[socket.socket] = None,
+    worker: Optional[WorkerContext] = None,
 ) -> None:
+    """Serve on ``sock`` until SIGTERM/SIGINT (or, in a worker, until the parent is gone)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if early.requested:
+    if stop_requested:
         stop.set()
-    server = Server(store, read_timeout=config.read_timeout, shutdown_grace=config.shutdown_grace)
-    log.info("listening on %s with %d plugin(s): %s", listening.path, len(store.registry),
-             ", ".join(p.name for p in store.registry))
-    await server.serve(listening.sock, stop)
+    mx.activate(metrics)
+    server = Server(store, read_timeout=config.read_timeout, shutdown_grace=config.shutdown_grace,
+                    metrics=metrics)
+    side: list[asyncio.Task[None]] = []
+    if metrics is not None:
+        service = MetricsService(metrics, store, sock=metrics_sock,
+                                 directory=worker.directory if worker is not None else None)
+        side.append(loop.create_task(service.run(stop)))
+    if worker is not None:
+        side.append(loop.create_task(_watch_parent(worker, stop)))
+    try:
+        await server.serve(sock, stop, shared=worker is not None)
+    finally:
+        stop.set()
+        if side:
+            await asyncio.wait(side, timeout=0.2)
+        for task in side:
+            task.cancel()
+
+
+async def _watch_parent(worker: WorkerContext, stop: asyncio.Event) -> None:
+    """Stop this worker when its parent is gone (where PR_SET_PDEATHSIG is not available)."""
+    while not stop.is_set():
+        if not worker.parent_alive():
+            log.warning("worker %d: the runner's parent process is gone; stopping", worker.index)
+            stop.set()
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
 
 
 def exit_now(code: int) -> NoReturn:
@@ -98,6 +138,7 @@ def run(config: RunnerConfig, *, fast_exit: bool = False) -> int:
         print(f"apisix-openai-triton: cannot set up logging: {exc}", file=sys.stderr)
         return EXIT_USAGE
     logs.set_log_bodies(config.log_bodies)
+    ensure_fd_limit()
     if not config.listen:
         log.error("no socket address: set %s=unix:/path or pass --listen", ENV_LISTEN)
         return EXIT_USAGE
@@ -106,25 +147,68 @@ def run(config: RunnerConfig, *, fast_exit: bool = False) -> int:
     except PluginLoadError as exc:
         log.error("%s", exc)
         return EXIT_USAGE
-    loop = new_event_loop(config.uvloop)
     if early.requested:
-        loop.close()
         return EXIT_OK
     try:
         listening = bind_unix_socket(config.listen, config.socket_mode)
     except SocketSetupError as exc:
         log.error("%s", exc)
-        loop.close()
         return EXIT_FAILURE
+    metrics_sock: Optional[socket.socket] = None
+    if config.metrics_listen:
+        try:
+            metrics_sock = bind_metrics(config.metrics_listen)
+        except (OSError, ValueError) as exc:
+            log.error("cannot listen for metrics on %s: %s", config.metrics_listen, exc)
+            listening.close()
+            return EXIT_FAILURE
+    if config.workers > 1:
+        return _run_workers(config, store, listening, metrics_sock, early, fast_exit)
+    loop = new_event_loop(config.uvloop)
+    log.info("listening on %s with %d plugin(s): %s", listening.path, len(store.registry),
+             ", ".join(p.name for p in store.registry))
     try:
-        loop.run_until_complete(serve_until_signalled(listening, store, config, early))
+        loop.run_until_complete(serve_until_signalled(
+            listening.sock, store, config, early.requested,
+            metrics=mx.Metrics() if metrics_sock is not None else None, metrics_sock=metrics_sock,
+        ))
     except Exception:
         log.exception("the runner stopped on an unexpected error")
         return EXIT_FAILURE
     finally:
         listening.close()
+        if metrics_sock is not None:
+            metrics_sock.close()
         loop.close()
     log.info("stopped")
     if fast_exit:
         exit_now(EXIT_OK)
     return EXIT_OK
+
+
+def _run_workers(config: RunnerConfig, store: ConfStore, listening: ListeningSocket,
+                 metrics_sock: Optional[socket.socket], early: _EarlyStop, fast_exit: bool) -> int:
+    def worker_main(context: WorkerContext) -> int:
+        loop = new_event_loop(config.uvloop)
+        try:
+            loop.run_until_complete(serve_until_signalled(
+                listening.sock, context.store, config, context.stop_requested,
+                metrics=context.metrics, metrics_sock=metrics_sock, worker=context,
+            ))
+        finally:
+            loop.close()
+        return EXIT_OK
+
+    supervisor = Supervisor(config.workers, store, listening, worker_main,
+                            metrics_sock=metrics_sock, metrics_enabled=metrics_sock is not None)
+    log.info("starting %d workers with %d plugin(s): %s", config.workers, len(store.registry),
+             ", ".join(p.name for p in store.registry))
+    try:
+        code = supervisor.run(lambda: early.requested)
+    except Exception:
+        log.exception("the runner's supervisor stopped on an unexpected error")
+        return EXIT_FAILURE
+    log.info("stopped")
+    if fast_exit:
+        exit_now(code)
+    return code

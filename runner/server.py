@@ -15,10 +15,12 @@ import logging
 import os
 import socket
 import stat
-from typing import Optional
+from collections.abc import Callable
+from typing import Any, Optional, Union
 
 from .conf_store import ConfStore
 from .connection import Connection
+from .metrics import Metrics
 
 log = logging.getLogger("apisix_openai_triton.runner.server")
 
@@ -100,6 +102,54 @@ def bind_unix_socket(path: str, mode: int = DEFAULT_SOCKET_MODE) -> ListeningSoc
     return ListeningSocket(sock, path)
 
 
+class OneAtATime:
+    """Accepts one connection per readiness event on a socket shared by worker processes.
+
+    asyncio's server accepts up to its backlog in one go, so with keep-alive connections
+    arriving in a burst (the gateway filling its pool) the first worker to wake takes nearly
+    all of them and keeps them. Taking one at a time lets every woken worker race for each
+    connection, and a busy worker wakes later: connections spread over the workers.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 factory: Callable[[], asyncio.Protocol]) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._factory = factory
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._closed = False
+        loop.add_reader(sock.fileno(), self._ready)
+
+    def _ready(self) -> None:
+        try:
+            conn, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:  # out of descriptors or memory: back off, as asyncio does
+            log.warning("cannot accept a connection (%s): pausing accepts for 1 s", exc.strerror or exc)
+            self._loop.remove_reader(self._sock.fileno())
+            self._loop.call_later(1.0, self._resume)
+            return
+        conn.setblocking(False)
+        future = asyncio.ensure_future(self._loop.connect_accepted_socket(self._factory, conn))
+        self._pending.add(future)
+        future.add_done_callback(self._connected)
+
+    def _connected(self, future: "asyncio.Future[Any]") -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("cannot set up an accepted connection: %s", future.exception())
+
+    def _resume(self) -> None:
+        if not self._closed:
+            self._loop.add_reader(self._sock.fileno(), self._ready)
+
+    def close(self) -> None:
+        """Stop accepting in this process (the socket stays open for the others)."""
+        self._closed = True
+        self._loop.remove_reader(self._sock.fileno())
+
+
 class Server:
     """Accepts gateway connections on one listening socket and tracks them for shutdown."""
 
@@ -110,8 +160,11 @@ class Server:
         read_timeout: float = 60.0,
         shutdown_grace: float = 0.8,
         sweep_interval: Optional[float] = None,
+        metrics: Optional[Metrics] = None,
     ) -> None:
         self.store = store
+        #: this process's counters, or ``None`` when metrics are off
+        self.metrics = metrics
         self.read_timeout = read_timeout
         self.shutdown_grace = shutdown_grace
         self.sweep_interval = sweep_interval or min(60.0, max(store.ttl / 10, 0.05))
@@ -129,10 +182,17 @@ class Server:
         self.connections.add(conn)
         return conn
 
-    async def serve(self, sock: socket.socket, stop: asyncio.Event) -> None:
-        """Serve on the already listening ``sock`` until ``stop`` is set, then drain."""
+    async def serve(self, sock: socket.socket, stop: asyncio.Event, *, shared: bool = False) -> None:
+        """Serve on the already listening ``sock`` until ``stop`` is set, then drain.
+
+        ``shared``: other worker processes accept on ``sock`` too (see ``OneAtATime``).
+        """
         loop = asyncio.get_running_loop()
-        listener = await loop.create_unix_server(self._accept, sock=sock, backlog=LISTEN_BACKLOG)
+        listener: Union[asyncio.AbstractServer, OneAtATime]
+        if shared:
+            listener = OneAtATime(loop, sock, self._accept)
+        else:
+            listener = await loop.create_unix_server(self._accept, sock=sock, backlog=LISTEN_BACKLOG)
         housekeeping = [
             loop.create_task(self._reap_stalled()),
             loop.create_task(self._sweep_confs()),

@@ -202,15 +202,20 @@ class _Conn:
     async def send(self, msg: m.ToRunner) -> None:
         frame = encode_to_runner(msg)
         self.log.append(FrameLog("to_runner", m.MessageType(frame[0])))
-        self.writer.write(frame)
-        await asyncio.wait_for(self.writer.drain(), self.timeout)
+        try:
+            self.writer.write(frame)
+            await asyncio.wait_for(self.writer.drain(), self.timeout)
+        except OSError as exc:  # the runner died or closed: the gateway answers 503
+            raise GatewayError(f"cannot send to the runner: {exc}") from None
+        except asyncio.TimeoutError:
+            raise GatewayError("timed out sending to the runner") from None
 
     async def receive(self) -> m.ToGateway:
         try:
             header = await asyncio.wait_for(self.reader.readexactly(HEADER_SIZE), self.timeout)
             size = int.from_bytes(header[1:], "big")
             payload = await asyncio.wait_for(self.reader.readexactly(size), self.timeout)
-        except asyncio.IncompleteReadError:
+        except (asyncio.IncompleteReadError, OSError):
             raise GatewayError("the runner closed the connection") from None
         except asyncio.TimeoutError:
             raise GatewayError("timed out waiting for the runner") from None

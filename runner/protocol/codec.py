@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import Union
+from typing import TypeVar, Union
 
 from . import flatbuf as fb
 from .framing import ProtocolError
@@ -50,6 +50,8 @@ from .messages import (
     ToRunner,
     Var,
 )
+
+_T = TypeVar("_T")
 
 _HTTP = "surrogateescape"
 _CONF = "strict"
@@ -97,21 +99,26 @@ def _read_prepare_conf_req(buf: bytes) -> PrepareConfRequest:
     return PrepareConfRequest(conf, key)
 
 
-def _read_http_req_call_req(buf: bytes) -> HTTPReqCallRequest:
+_REQ_ARGS = "HTTPReqCall.Req.args"
+_REQ_HEADERS = "HTTPReqCall.Req.headers"
+_RESP_HEADERS = "HTTPRespCall.Req.headers"
+
+
+def _read_http_req_call_req(buf: bytes, lazy: bool = False) -> HTTPReqCallRequest:
     id_at, src_ip_at, method_at, path_at, args_at, headers_at, token_at = fb.fields(
         buf, fb.root(buf), 7, "HTTPReqCall.Req"
     )
     method = _u8(buf, method_at)[0] if method_at else 0
     if method >= len(METHODS):
         raise ProtocolError(f"HTTPReqCall.Req.method: unknown method {method}")
+    msg_id = _u32(buf, id_at)[0] if id_at else 0
+    token = _u32(buf, token_at)[0] if token_at else 0
+    if lazy:
+        return LazyHTTPReqCallRequest(buf, msg_id, token, method, path_at, src_ip_at, args_at, headers_at)
     return HTTPReqCallRequest(
-        _u32(buf, id_at)[0] if id_at else 0,
-        _u32(buf, token_at)[0] if token_at else 0,
-        method,
-        fb.read_str(buf, path_at, "HTTPReqCall.Req.path", _HTTP) if path_at else "",
-        fb.read_bytes(buf, src_ip_at, "HTTPReqCall.Req.src_ip") if src_ip_at else b"",
-        fb.read_entries(buf, args_at, "HTTPReqCall.Req.args", _HTTP) if args_at else [],
-        fb.read_entries(buf, headers_at, "HTTPReqCall.Req.headers", _HTTP) if headers_at else [],
+        msg_id, token, method, _read_path(buf, path_at), _read_src_ip(buf, src_ip_at),
+        fb.read_entries(buf, args_at, _REQ_ARGS, _HTTP) if args_at else [],
+        fb.read_entries(buf, headers_at, _REQ_HEADERS, _HTTP) if headers_at else [],
     )
 
 
@@ -120,33 +127,188 @@ def _read_extra_info_resp(buf: bytes) -> ExtraInfoResponse:
     return ExtraInfoResponse(fb.read_bytes(buf, result_at, "ExtraInfo.Resp.result") if result_at else None)
 
 
-def _read_http_resp_call_req(buf: bytes) -> HTTPRespCallRequest:
+def _read_http_resp_call_req(buf: bytes, lazy: bool = False) -> HTTPRespCallRequest:
     id_at, status_at, headers_at, token_at = fb.fields(buf, fb.root(buf), 4, "HTTPRespCall.Req")
+    msg_id = _u32(buf, id_at)[0] if id_at else 0
+    token = _u32(buf, token_at)[0] if token_at else 0
+    status = _u16(buf, status_at)[0] if status_at else 0
+    if lazy:
+        return LazyHTTPRespCallRequest(buf, msg_id, token, status, headers_at)
     return HTTPRespCallRequest(
-        _u32(buf, id_at)[0] if id_at else 0,
-        _u32(buf, token_at)[0] if token_at else 0,
-        _u16(buf, status_at)[0] if status_at else 0,
-        fb.read_entries(buf, headers_at, "HTTPRespCall.Req.headers", _HTTP) if headers_at else [],
+        msg_id, token, status,
+        fb.read_entries(buf, headers_at, _RESP_HEADERS, _HTTP) if headers_at else [],
     )
 
 
-_TO_RUNNER: dict[int, tuple[str, Callable[[bytes], ToRunner]]] = {
-    MessageType.PREPARE_CONF: ("PrepareConf.Req", _read_prepare_conf_req),
+def _read_path(buf: bytes, pos: int) -> str:
+    return fb.read_str(buf, pos, "HTTPReqCall.Req.path", _HTTP) if pos else ""
+
+
+def _read_src_ip(buf: bytes, pos: int) -> bytes:
+    return fb.read_bytes(buf, pos, "HTTPReqCall.Req.src_ip") if pos else b""
+
+
+def _lazy_entries(buf: bytes, pos: int, where: str) -> list[Entry]:
+    """The entries a lazy message defers; a malformed one raises ``ProtocolError`` on access."""
+    if not pos:
+        return []
+    try:
+        return fb.read_entries(buf, pos, where, _HTTP)
+    except struct.error as exc:
+        raise ProtocolError(f"{where}: offset out of range ({exc})") from None
+
+
+def _lazy_field(where: str, read: Callable[[], _T]) -> _T:
+    try:
+        return read()
+    except struct.error as exc:
+        raise ProtocolError(f"{where}: offset out of range ({exc})") from None
+
+
+_REQ_CALL_PATH = HTTPReqCallRequest.__dict__["path"]
+_REQ_CALL_SRC_IP = HTTPReqCallRequest.__dict__["src_ip"]
+_REQ_CALL_ARGS = HTTPReqCallRequest.__dict__["args"]
+_REQ_CALL_HEADERS = HTTPReqCallRequest.__dict__["headers"]
+_RESP_CALL_HEADERS = HTTPRespCallRequest.__dict__["headers"]
+
+
+class LazyHTTPReqCallRequest(HTTPReqCallRequest):
+    """An ``HTTPReqCallRequest`` whose path, source IP, args and headers are decoded on first
+    access.
+
+    Most plugins read a few headers or none, and decoding every entry eagerly was over half of
+    the runner's time per call. The id, token and method are read (and checked) at decode time;
+    anything malformed in the other fields raises ``ProtocolError`` when that field is first
+    read. Equal to the eager message with the same values. Assigning a field stores the value.
+    """
+
+    __slots__ = ("_buf", "_path_at", "_src_ip_at", "_args_at", "_headers_at")
+
+    def __init__(self, buf: bytes, msg_id: int, token: int, method: int, path_at: int,
+                 src_ip_at: int, args_at: int, headers_at: int) -> None:
+        self.id = msg_id
+        self.conf_token = token
+        self.method = method
+        self._buf = buf
+        self._path_at = path_at
+        self._src_ip_at = src_ip_at
+        self._args_at = args_at
+        self._headers_at = headers_at
+
+    @property
+    def path(self) -> str:
+        try:
+            return _REQ_CALL_PATH.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            path = _lazy_field("HTTPReqCall.Req.path", lambda: _read_path(self._buf, self._path_at))
+            _REQ_CALL_PATH.__set__(self, path)
+            return path
+
+    @path.setter
+    def path(self, value: str) -> None:
+        _REQ_CALL_PATH.__set__(self, value)
+
+    @property
+    def src_ip(self) -> bytes:
+        try:
+            return _REQ_CALL_SRC_IP.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            src_ip = _lazy_field("HTTPReqCall.Req.src_ip", lambda: _read_src_ip(self._buf, self._src_ip_at))
+            _REQ_CALL_SRC_IP.__set__(self, src_ip)
+            return src_ip
+
+    @src_ip.setter
+    def src_ip(self, value: bytes) -> None:
+        _REQ_CALL_SRC_IP.__set__(self, value)
+
+    @property
+    def args(self) -> list[Entry]:
+        try:
+            return _REQ_CALL_ARGS.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            args = _lazy_entries(self._buf, self._args_at, _REQ_ARGS)
+            _REQ_CALL_ARGS.__set__(self, args)
+            return args
+
+    @args.setter
+    def args(self, value: list[Entry]) -> None:
+        _REQ_CALL_ARGS.__set__(self, value)
+
+    @property
+    def headers(self) -> list[Entry]:
+        try:
+            return _REQ_CALL_HEADERS.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            headers = _lazy_entries(self._buf, self._headers_at, _REQ_HEADERS)
+            _REQ_CALL_HEADERS.__set__(self, headers)
+            return headers
+
+    @headers.setter
+    def headers(self, value: list[Entry]) -> None:
+        _REQ_CALL_HEADERS.__set__(self, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HTTPReqCallRequest):
+            return NotImplemented
+        return (self.id, self.conf_token, self.method, self.path, self.src_ip, self.args,
+                self.headers) == (other.id, other.conf_token, other.method, other.path,
+                                  other.src_ip, other.args, other.headers)
+
+
+class LazyHTTPRespCallRequest(HTTPRespCallRequest):
+    """An ``HTTPRespCallRequest`` whose headers are decoded on first access (see above)."""
+
+    __slots__ = ("_buf", "_headers_at")
+
+    def __init__(self, buf: bytes, msg_id: int, token: int, status: int, headers_at: int) -> None:
+        self.id = msg_id
+        self.conf_token = token
+        self.status = status
+        self._buf = buf
+        self._headers_at = headers_at
+
+    @property
+    def headers(self) -> list[Entry]:
+        try:
+            return _RESP_CALL_HEADERS.__get__(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            headers = _lazy_entries(self._buf, self._headers_at, _RESP_HEADERS)
+            _RESP_CALL_HEADERS.__set__(self, headers)
+            return headers
+
+    @headers.setter
+    def headers(self, value: list[Entry]) -> None:
+        _RESP_CALL_HEADERS.__set__(self, value)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, HTTPRespCallRequest):
+            return NotImplemented
+        return (self.id, self.conf_token, self.status, self.headers) == (
+            other.id, other.conf_token, other.status, other.headers)
+
+
+_TO_RUNNER: dict[int, tuple[str, Callable[[bytes, bool], ToRunner]]] = {
+    MessageType.PREPARE_CONF: ("PrepareConf.Req", lambda buf, lazy: _read_prepare_conf_req(buf)),
     MessageType.HTTP_REQ_CALL: ("HTTPReqCall.Req", _read_http_req_call_req),
-    MessageType.EXTRA_INFO: ("ExtraInfo.Resp", _read_extra_info_resp),
+    MessageType.EXTRA_INFO: ("ExtraInfo.Resp", lambda buf, lazy: _read_extra_info_resp(buf)),
     MessageType.HTTP_RESP_CALL: ("HTTPRespCall.Req", _read_http_resp_call_req),
 }
 
 
-def decode_to_runner(msg_type: int, payload: Union[bytes, memoryview]) -> ToRunner:
-    """Decode a payload the gateway sent; anything malformed raises ``ProtocolError``."""
+def decode_to_runner(msg_type: int, payload: Union[bytes, memoryview], lazy: bool = False) -> ToRunner:
+    """Decode a payload the gateway sent; anything malformed raises ``ProtocolError``.
+
+    With ``lazy`` (what the runner uses), the header and argument lists of the two call
+    messages are decoded when first read (``LazyHTTPReqCallRequest``); a malformed entry then
+    raises ``ProtocolError`` at that point instead of here.
+    """
     entry = _TO_RUNNER.get(msg_type)
     if entry is None:
         raise ProtocolError(f"message type {msg_type} is never sent to a runner")
     name, read = entry
     buf = payload if type(payload) is bytes else bytes(payload)
     try:
-        return read(buf)
+        return read(buf, lazy)
     except struct.error as exc:
         raise ProtocolError(f"{name}: offset out of range ({exc})") from None
 
