@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar, Optional
 
+from jinja2 import nodes, pass_context
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -220,6 +221,7 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
         self.max_chars = max_chars
         self._local = threading.local()
         self.filters["tojson"] = self._tojson
+        self.filters["_budgeted"] = _budgeted
         self.globals["raise_exception"] = self._raise
         self.globals["strftime_now"] = lambda fmt: datetime.now().strftime(str(fmt))
 
@@ -241,6 +243,15 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
     def check(self) -> None:
         if time.perf_counter() > getattr(self._local, "deadline", 0.0):
             raise _RenderLimit("time")
+
+    def _parse(self, source: str, name: Optional[str], filename: Optional[str]) -> nodes.Template:
+        # Every ``for`` iterates through ``_budgeted``, so nested loops over a local variable
+        # with an empty body (no call, attribute or output to check at) are bounded too.
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "_budgeted", [], [], None, None,
+                                     lineno=loop.iter.lineno).set_environment(self)
+        return tree
 
     def _sized(self, value: Any) -> Any:
         if isinstance(value, (str, list, tuple, dict)) and len(value) > self.max_chars:
@@ -269,6 +280,16 @@ class _LimitedEnvironment(ImmutableSandboxedEnvironment):
                         and len(seq) * times > self.max_chars:
                     raise _RenderLimit("size")
         return super().call_binop(context, operator, left, right)
+
+
+@pass_context  # never folded into a constant at compile time: a loop may run many times
+def _budgeted(context: Any, iterable: Any) -> Any:
+    """The loop's items, with the render budget checked every 256 of them."""
+    check = context.environment.check
+    for count, item in enumerate(iterable):
+        if not count & 255:
+            check()
+        yield item
 
 
 class JinjaTemplate(Template):
