@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Callable, NoReturn, Optional
 
 from . import metrics as mx
@@ -176,7 +177,8 @@ class Supervisor:
             return 1.0
         return max(0.0, min(due) - time.monotonic())
 
-    def _reap(self) -> None:
+    def _exited(self) -> Iterator[tuple[_Slot, int]]:
+        """Workers that have exited since the last look, with their wait status; never blocks."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -186,7 +188,11 @@ class Supervisor:
                 return
             for slot in self._slots:
                 if slot.pid == pid:
-                    self._died(slot, status)
+                    yield slot, status
+
+    def _reap(self) -> None:
+        for slot, status in self._exited():
+            self._died(slot, status)
 
     def _died(self, slot: _Slot, status: int) -> None:
         lived = time.monotonic() - slot.started
@@ -239,16 +245,9 @@ class Supervisor:
                 slot.pid = 0
 
     def _reap_quietly(self) -> None:
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            for slot in self._slots:
-                if slot.pid == pid:
-                    slot.pid = 0
+        """While stopping: a worker that exits is gone for good, not restarted."""
+        for slot, _ in self._exited():
+            slot.pid = 0
 
     def _spawn(self, slot: _Slot) -> None:
         pid = os.fork()
