@@ -9,6 +9,10 @@ change nothing about the generated text (``user``, ``metadata``, ``store``, ``se
 ``verbosity``, ``prediction``, ``stream_options.include_obfuscation``) are ignored too.
 
 All user text passes through the route's ``Sanitizer`` here, where the param path is known.
+
+The per-request values are frozen ``msgspec.Struct`` classes rather than frozen dataclasses: a
+frozen dataclass sets each field through ``object.__setattr__``, which made building the
+messages and the sampling of the bench's 1 KB chat cost 5 us (1 us with Structs).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
+import msgspec
 import orjson
 
 from .errors import OpenAIError, invalid
@@ -24,15 +29,14 @@ from .sanitize import Sanitizer
 
 Role = Literal["system", "user", "assistant", "tool"]
 
-_ROLES: dict[str, Role] = {
+ROLES: dict[str, Role] = {
     "system": "system", "developer": "system", "user": "user", "assistant": "assistant",
     "tool": "tool",
 }
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
-@dataclass(frozen=True, slots=True)
-class ToolCall:
+class ToolCall(msgspec.Struct, frozen=True):
     """An assistant's earlier tool call; ``arguments`` is the decoded JSON object."""
 
     id: str
@@ -40,8 +44,7 @@ class ToolCall:
     arguments: Any
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(msgspec.Struct, frozen=True):
     """One chat message; ``developer`` arrives here as ``system``."""
 
     role: Role
@@ -51,8 +54,7 @@ class Message:
     tool_call_id: Optional[str] = None
 
 
-@dataclass(frozen=True, slots=True)
-class Sampling:
+class Sampling(msgspec.Struct, frozen=True):
     """Generation settings, already defaulted and capped by the route."""
 
     max_tokens: int
@@ -65,8 +67,7 @@ class Sampling:
     stop: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class ChatRequest:
+class ChatRequest(msgspec.Struct, frozen=True):
     model: Optional[str]
     messages: tuple[Message, ...]
     sampling: Sampling
@@ -76,8 +77,7 @@ class ChatRequest:
     """Sanitised OpenAI tool objects, or None (also when ``tool_choice`` is ``"none"``)."""
 
 
-@dataclass(frozen=True, slots=True)
-class CompletionRequest:
+class CompletionRequest(msgspec.Struct, frozen=True):
     model: Optional[str]
     prompt: str
     sampling: Sampling
@@ -341,7 +341,7 @@ def _messages(value: object, policy: Policy) -> tuple[Message, ...]:
                 raise invalid(f"Missing required parameter: '{where}.role'.", f"{where}.role",
                               "missing_required_parameter")
             raise _type_error(f"{where}.role", "a string", role_name)
-        role = _ROLES.get(role_name)
+        role = ROLES.get(role_name)
         if role is None:
             hint = " ('function' is deprecated: use 'tool')" if role_name == "function" else ""
             raise invalid(f"Invalid value for '{where}.role': {role_name[:64]!r}{hint}. Supported "

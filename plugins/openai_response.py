@@ -71,7 +71,7 @@ def error_event(error: OpenAIError) -> bytes:
 class StreamWriter:
     """Accumulates the chunks of one OpenAI stream; ``body()`` joins them."""
 
-    __slots__ = ("_chat", "_prefix", "_tail", "_parts", "_index")
+    __slots__ = ("_chat", "_prefix", "_tail", "_parts", "_index", "_delta_heads", "_delta_tail")
 
     def __init__(self, state: CallState) -> None:
         self._chat = state.endpoint == "chat"
@@ -85,6 +85,10 @@ class StreamWriter:
         self._tail = b'],"usage":null}\n\n' if state.include_usage else b"]}\n\n"
         self._parts: list[bytes] = []
         self._index: list[bytes] = []
+        # A delta chunk is head + JSON text + tail: joined once per choice, not per event.
+        self._delta_heads: list[bytes] = []
+        self._delta_tail = (b'},"logprobs":null,"finish_reason":null}' if self._chat
+                            else b',"logprobs":null,"finish_reason":null}') + self._tail
 
     def _choice(self, index: int) -> bytes:
         """``{"index":N`` for a choice, encoded once per stream."""
@@ -103,16 +107,11 @@ class StreamWriter:
 
     def delta(self, index: int, text: str) -> None:
         """One piece of a choice's text."""
-        if self._chat:
-            self._parts += (
-                self._prefix, self._choice(index), b',"delta":{"content":',
-                orjson.dumps(text), b'},"logprobs":null,"finish_reason":null}', self._tail,
-            )
-        else:
-            self._parts += (
-                self._prefix, self._choice(index), b',"text":', orjson.dumps(text),
-                b',"logprobs":null,"finish_reason":null}', self._tail,
-            )
+        heads = self._delta_heads
+        while len(heads) <= index:
+            heads.append(self._prefix + self._choice(len(heads))
+                         + (b',"delta":{"content":' if self._chat else b',"text":'))
+        self._parts += (heads[index], orjson.dumps(text), self._delta_tail)
 
     def finish(self, index: int, reason: str) -> None:
         """The last chunk of a choice, with its finish_reason and an empty delta."""

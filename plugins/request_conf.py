@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import msgspec
 import orjson
@@ -22,6 +22,10 @@ from .errors import OpenAIError
 from .sanitize import Sanitizer, scan_template_markers
 from .templates import TEMPLATE_NAMES, Template, build_template
 from .triton_request import BodyOptions, model_base_path
+from .usage import load_tokenizer
+
+if TYPE_CHECKING:  # imported by usage.load_tokenizer when a conf names a tokenizer: ~8 MB of RSS
+    from tokenizers import Tokenizer
 
 FRAME_LIMIT = 16 * 1024 * 1024 - 1
 MAX_BODY_CEILING = 15 * 1024 * 1024
@@ -74,6 +78,10 @@ class RawConf(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defa
     max_prompt_chars: Annotated[int, msgspec.Meta(ge=1, le=MAX_BODY_CEILING)] = 1_000_000
     render_timeout_ms: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
     infer: InferConf = InferConf()
+    tokenizer: Optional[Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]] = None
+    """Path to a Hugging Face ``tokenizer.json``: counts the prompt's tokens for ``usage``
+    when the backend is not asked for counts (generic, or tensorrtllm with
+    ``return_num_tokens: false``)."""
 
 
 CONF_SCHEMA: dict[str, Any] = msgspec.json.schema(RawConf)
@@ -104,6 +112,9 @@ class RequestConf:
     default: Optional[Target]
     models_body: bytes
     model_bodies: dict[str, bytes]
+    prompt_tokenizer: Optional[Tokenizer] = None
+    """The conf's ``tokenizer`` when prompts must be counted here; None when the backend
+    returns the count itself (then counting would only cost time)."""
 
     def resolve(self, requested: Optional[str]) -> Target:
         """The target for the request's ``model``; 404 ``model_not_found`` if it is unknown."""
@@ -227,5 +238,17 @@ def parse_request_conf(text: str) -> RequestConf:
     return RequestConf(
         raw=raw, policy=policy, template=template, body=body, targets=targets, single=single,
         default=targets.get(raw.default_model) if raw.default_model else None,
-        models_body=listing, model_bodies=per_model,
+        models_body=listing, model_bodies=per_model, prompt_tokenizer=_prompt_tokenizer(raw),
     )
+
+
+def _prompt_tokenizer(raw: RawConf) -> Optional[Tokenizer]:
+    """The tokenizer that counts prompts, loaded now (and checked even when it is not needed)."""
+    if raw.tokenizer is None:
+        return None
+    try:
+        tokenizer = load_tokenizer(raw.tokenizer)
+    except ValueError as exc:
+        raise ConfError(f"openai-to-triton conf: `tokenizer`: {exc}") from None
+    backend_counts = raw.backend == "vllm" or (raw.backend == "tensorrtllm" and raw.return_num_tokens)
+    return None if backend_counts else tokenizer

@@ -12,12 +12,14 @@ import time
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from .chat_request import load_object, parse_chat, parse_completion
+from .chat_fast import parse_chat_body
+from .chat_request import load_object, parse_completion
 from .errors import OpenAIError
 from .request_conf import MAX_BODY_CEILING, RequestConf, model_not_found
 from .state import Api, CallState, encode_state
 from .templates import too_long
 from .triton_request import build_body, stop_list
+from .usage import count_prompt_tokens
 
 Endpoint = Literal["chat", "completions", "models", "model"]
 
@@ -83,10 +85,9 @@ def transform(conf: RequestConf, endpoint: Literal["chat", "completions"], body:
     if len(body) > limit:
         raise OpenAIError(413, f"The request body is {len(body)} bytes, over this route's limit "
                                f"of {limit} bytes.", code="content_too_large")
-    doc = load_object(body)
     policy = conf.policy
     if endpoint == "chat":
-        chat = parse_chat(doc, policy)
+        chat = parse_chat_body(body, policy)
         model, sampling, stream, usage = chat.model, chat.sampling, chat.stream, chat.include_usage
         target = conf.resolve(model)
         prompt = conf.template.render(chat.messages, chat.tools, conf.raw.bos)
@@ -95,7 +96,7 @@ def transform(conf: RequestConf, endpoint: Literal["chat", "completions"], body:
         if not conf.raw.completions:
             raise OpenAIError(404, "The legacy completions endpoint is disabled on this route; "
                                    "use /v1/chat/completions.", code="unknown_url")
-        legacy = parse_completion(doc, policy)
+        legacy = parse_completion(load_object(body), policy)
         model, sampling, stream, usage = (legacy.model, legacy.sampling, legacy.stream,
                                           legacy.include_usage)
         target = conf.resolve(model)
@@ -110,10 +111,12 @@ def transform(conf: RequestConf, endpoint: Literal["chat", "completions"], body:
     if len(payload) > MAX_BODY_CEILING:
         raise OpenAIError(413, "The Triton request built from this body is over the gateway's "
                                "frame limit; shorten the conversation.", code="content_too_large")
+    tokenizer = conf.prompt_tokenizer
     state = CallState(
         model=target.served, endpoint=endpoint, id=prefix + secrets.token_hex(12),
         created=int(time.time() if now is None else now), stream=stream, include_usage=usage,
         n=sampling.n, max_tokens=sampling.max_tokens, backend=conf.raw.backend, api=api,
         stop=stop_list(conf.body, sampling),
+        prompt_tokens=None if tokenizer is None else count_prompt_tokens(tokenizer, prompt),
     )
     return Upstream(target.paths[api], payload, encode_state(state))

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Optional, Union
 
 import msgspec
-from tokenizers import Tokenizer
 
 from apisix_openai_triton.runner import ConfError
 
 from .usage import load_tokenizer
+
+if TYPE_CHECKING:  # imported by usage.load_tokenizer when a conf names a tokenizer: ~8 MB of RSS
+    from tokenizers import Tokenizer
 
 MIB = 1024 * 1024
 DEFAULT_MAX_BODY_BYTES = 12 * MIB

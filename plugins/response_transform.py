@@ -111,8 +111,9 @@ class _Assembly:
         self.reply = reply
         self.prompt_tokens = prompt_tokens
         self.count = max((len(e.texts) for e in reply.events), default=0)
-        # pieces[i][e]: choice i's text from event e, then one last piece for what a flush adds.
-        self.pieces: list[list[str]] = [self._stitch(i) for i in range(self.count)]
+        # pieces[i][e]: choice i's text from event e, then one last piece for what a flush adds
+        # (built by ``render`` unless ``_single`` answers).
+        self.pieces: list[list[str]] = []
 
     def _stitch(self, index: int) -> list[str]:
         if not any(e.dirty for e in self.reply.events):  # the usual case: nothing to repair
@@ -129,6 +130,10 @@ class _Assembly:
 
     def render(self) -> Converted:
         reply, state = self.reply, self.state
+        if (self.count == 1 and len(reply.events) == 1 and not state.stream
+                and reply.failure is None and not reply.events[0].dirty):
+            return self._single(reply.events[0].texts[0])
+        self.pieces = [self._stitch(i) for i in range(self.count)]
         if self.count == 0:
             return Converted.error(broken_reply_error(
                 state.id, reply.failure or "the answer has no text_output", reply.upstream_error))
@@ -162,6 +167,25 @@ class _Assembly:
         if state.include_usage and usage is not None:
             writer.usage(usage)
         return Converted(200, writer.body(), stream=True, usage=usage)
+
+    def _single(self, text: str) -> Converted:
+        """``render`` for one clean event with one choice, not streamed (nearly every non-stream
+        answer): the same rules without the per-choice lists. Measured on the 2-vCPU development
+        VM for the bench's 2 KB generate answer, ``_Assembly(...).render()``: 13.1 us instead
+        of 19.3 us (best of 9 runs each, interleaved)."""
+        state = self.state
+        backend = self._backend_reason(0)
+        if backend == "abort":
+            return Converted.error(broken_reply_error(
+                state.id, "the backend aborted the generation (finish_reason abort)", True))
+        cut = trailing_stop(text, state.stop)
+        per_choice, completion = self._output_tokens([text])
+        reason = self._finish_reason(0, backend, cut > 0, per_choice)
+        prompt = self._prompt_tokens()
+        usage = None if prompt is None or completion is None else Usage(prompt, completion)
+        if cut:
+            text = text[:-cut]
+        return Converted(200, completion_body(state, (Choice(text, reason),), usage), usage=usage)
 
     def _stream_start(self) -> StreamWriter:
         """The role chunks, then one content chunk per event and choice that has text."""

@@ -13,7 +13,7 @@ the response plugin.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -59,17 +59,30 @@ class StateError(ValueError):
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(CallState)
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def _mac(payload: bytes) -> bytes:
+    """Keyed BLAKE2b, truncated: a real MAC (BLAKE2's keyed mode is a PRF, RFC 7693).
+
+    Chosen over HMAC-SHA256 for speed on the hot path: measured on the 2-vCPU development VM
+    (CPython 3.11, OpenSSL), one 150-byte state costs 0.96 us with keyed BLAKE2b against
+    2.41 us with ``hmac.digest`` and 2.44 us with ``hmac.new``, and every request pays it
+    twice (sign, then verify).
+    """
+    return hashlib.blake2b(payload, key=_KEY, digest_size=_MAC_LEN).digest()
+
+
+def _b64(data: bytes) -> bytes:
+    # ``base64.urlsafe_b64encode`` without its Python-level argument checks (same output).
+    return binascii.b2a_base64(data, newline=False).translate(_TO_URLSAFE)
 
 
 def encode_state(state: CallState) -> str:
-    """The header value: URL-safe base64 of the JSON, then of a truncated HMAC-SHA256."""
+    """The header value: URL-safe base64 of the JSON, then of the truncated MAC."""
     payload = _encoder.encode(state)
-    mac = hmac.new(_KEY, payload, hashlib.sha256).digest()[:_MAC_LEN]
-    return (
-        base64.urlsafe_b64encode(payload).decode("ascii")
-        + "."
-        + base64.urlsafe_b64encode(mac).decode("ascii")
-    )
+    return (_b64(payload) + b"." + _b64(_mac(payload))).decode("ascii")
 
 
 def decode_state(value: str | None) -> CallState:
@@ -78,13 +91,14 @@ def decode_state(value: str | None) -> CallState:
         raise StateError(f"request header {STATE_HEADER} is missing: "
                          "put openai-to-triton in ext-plugin-pre-req on the same route")
     try:
-        b64_payload, b64_mac = value.split(".", 1)
-        payload = base64.urlsafe_b64decode(b64_payload)
-        mac = base64.urlsafe_b64decode(b64_mac)
-    except ValueError:
+        # What ``base64.urlsafe_b64decode`` does (non-alphabet characters are discarded, so
+        # the MAC check below is what refuses a tampered value), without its wrappers.
+        b64_payload, b64_mac = value.encode("ascii").translate(_FROM_URLSAFE).split(b".", 1)
+        payload = binascii.a2b_base64(b64_payload)
+        mac = binascii.a2b_base64(b64_mac)
+    except ValueError:  # UnicodeEncodeError, binascii.Error, or no "."
         raise StateError(f"request header {STATE_HEADER} is malformed") from None
-    expected = hmac.new(_KEY, payload, hashlib.sha256).digest()[:_MAC_LEN]
-    if not hmac.compare_digest(mac, expected):
+    if not hmac.compare_digest(mac, _mac(payload)):
         raise StateError(f"request header {STATE_HEADER} was not signed by this runner "
                          "(forged, or the runner restarted during the request)")
     try:

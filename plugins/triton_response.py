@@ -16,9 +16,12 @@ import msgspec
 import orjson
 
 
-@dataclass(slots=True)
-class TritonEvent:
-    """The facts of one Triton response that an OpenAI answer needs."""
+class TritonEvent(msgspec.Struct):
+    """The facts of one Triton response that an OpenAI answer needs.
+
+    A Struct rather than a dataclass: a 500-event stream builds 500 of them, and the Struct's
+    C ``__init__`` made ``parse_stream`` of the bench's sse500 answer 751 us instead of 820 us.
+    """
 
     #: ``text_output``, one element per choice (vLLM returns ``n`` of them).
     texts: list[str]

@@ -12,11 +12,12 @@ import logging
 from typing import Any, ClassVar, Mapping, Optional
 
 from apisix_openai_triton.runner import Plugin, Response
+from apisix_openai_triton.runner.metrics import count_tokens
 
 from .errors import OpenAIError
 from .response_conf import CONF_SCHEMA, ResponseConf, parse_response_conf
 from .response_transform import Converted, convert
-from .state import STATE_VAR, CallState, StateError, decode_state
+from .state import STATE_VAR, StateError, decode_state
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,17 @@ class TritonToOpenAI(Plugin[ResponseConf]):
         converted = convert(
             conf, state, response.upstream_status, body,
             content_encoding=response.headers.get("content-encoding"),
-            prompt_tokens=_prompt_tokens(state),
+            prompt_tokens=state.prompt_tokens or None,
         )
+        usage = converted.usage
+        if usage is not None:
+            count_tokens(state.model, usage.prompt_tokens, usage.completion_tokens)
         _write(conf, response, converted)
-
-
-def _prompt_tokens(state: CallState) -> Optional[int]:
-    """The prompt token count the request phase measured, once CallState carries one."""
-    value = getattr(state, "prompt_tokens", None)
-    return value if isinstance(value, int) and value > 0 else None
 
 
 def _write(conf: ResponseConf, response: Response, converted: Converted) -> None:
     headers = response.headers
-    for name in list(headers):
-        headers.delete(name)
+    headers.clear()
     if converted.stream:
         headers["content-type"] = _EVENT_STREAM
         headers["cache-control"] = "no-cache"

@@ -10,14 +10,20 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from tokenizers import Tokenizer
+import msgspec
+
+if TYPE_CHECKING:  # imported by load_tokenizer, when a conf names a tokenizer: ~8 MB of RSS
+    from tokenizers import Tokenizer
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """The three numbers OpenAI reports; only built when both counts are known."""
+class Usage(msgspec.Struct, frozen=True):
+    """The three numbers OpenAI reports; only built when both counts are known.
+
+    A Struct, not a frozen dataclass: built once per response, and a frozen dataclass pays an
+    ``object.__setattr__`` per field.
+    """
 
     prompt_tokens: int
     completion_tokens: int
@@ -52,6 +58,8 @@ def load_tokenizer(path: str) -> Tokenizer:
         cached = _cache.get(real)
         if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_size:
             return cached[2]
+        from tokenizers import Tokenizer  # here, not at import: most runners never count tokens
+
         try:
             tokenizer = Tokenizer.from_file(real)
         except Exception as exc:  # the Rust side raises plain Exception subclasses
@@ -67,3 +75,12 @@ def count_tokens(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
     thread pool, which then misbehaves in worker processes forked afterwards.
     """
     return [len(tokenizer.encode(text, add_special_tokens=False).ids) for text in texts]
+
+
+def count_prompt_tokens(tokenizer: Tokenizer, prompt: str) -> int:
+    """Tokens in a rendered prompt as Triton's backends count them (``num_input_tokens``).
+
+    With the special tokens the tokenizer adds (BOS for Llama): vLLM and TensorRT-LLM's
+    preprocessing both tokenize the text prompt with ``add_special_tokens`` on.
+    """
+    return len(tokenizer.encode(prompt).ids)

@@ -22,7 +22,7 @@ from .conf_store import ConfStore, Prefetch, PreparedConf
 from .metrics import Metrics
 from .plugin import Request, Response
 from .protocol import messages as m
-from .protocol.codec import decode_to_runner, encode_to_gateway
+from .protocol.codec import decode_to_runner, encode_to_gateway, read_extra_info_result
 from .protocol.framing import FrameDecoder, FrameTooLarge, ProtocolError
 
 log = logging.getLogger("apisix_openai_triton.runner.server")
@@ -99,21 +99,18 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._rx += 1
-        decoder = self._decoder
-        decoder.feed(data)
         try:
-            frame = decoder.next_frame()
-            while frame is not None:
-                waiter = self._waiter
-                if waiter is not None and not waiter.done():
-                    self._waiter = None
-                    waiter.set_result(frame)
-                else:
-                    self._frames.append(frame)
-                frame = decoder.next_frame()
+            frames = self._decoder.frames(data)
         except ProtocolError as exc:
             self.violation(str(exc))
             return
+        for frame in frames:
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                self._waiter = None
+                waiter.set_result(frame)
+            else:
+                self._frames.append(frame)
         if len(self._frames) >= _MAX_QUEUED and not self._read_paused:
             self._read_paused = True
             self._update_reading()
@@ -376,9 +373,11 @@ class Connection(asyncio.Protocol):
         if frame[0] != _EXTRA_INFO:
             self.violation(f"message type {frame[0]} while waiting for an ExtraInfo answer")
             raise CallAborted()
-        msg = self._decode(frame)
-        assert isinstance(msg, m.ExtraInfoResponse)
-        return msg.result
+        try:
+            return read_extra_info_result(frame[1])
+        except Exception as exc:  # the codec must reject, never crash the server
+            self.violation(f"undecodable message of type {frame[0]}: {exc}")
+            raise CallAborted() from None
 
     async def _prefetch(self, prefetch: Prefetch, view: Union[Request, Response]) -> None:
         """Send every declared question at once, then read the answers in order."""

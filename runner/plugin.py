@@ -115,7 +115,10 @@ class Request:
     @property
     def headers(self) -> Headers:
         if self._headers is None:
-            self._headers = Headers(self._call.headers)
+            # Decoded on first read, not on first write: a plugin that only sets headers never
+            # decodes the gateway's (see ``MultiDict.lazy``).
+            call = self._call
+            self._headers = Headers.lazy(lambda: call.headers)
         return self._headers
 
     @property

@@ -127,6 +127,18 @@ def _read_extra_info_resp(buf: bytes) -> ExtraInfoResponse:
     return ExtraInfoResponse(fb.read_bytes(buf, result_at, "ExtraInfo.Resp.result") if result_at else None)
 
 
+def read_extra_info_result(buf: bytes) -> Union[bytes, None]:
+    """``ExtraInfo.Resp.result`` read straight from a payload, without building the message.
+
+    What the runner does with every ExtraInfo answer (one to three per call), so it skips the
+    dispatch of ``decode_to_runner``; malformed input raises ``ProtocolError`` the same way.
+    """
+    try:
+        return _read_extra_info_resp(buf).result
+    except struct.error as exc:
+        raise ProtocolError(f"ExtraInfo.Resp: offset out of range ({exc})") from None
+
+
 def _read_http_resp_call_req(buf: bytes, lazy: bool = False) -> HTTPRespCallRequest:
     id_at, status_at, headers_at, token_at = fb.fields(buf, fb.root(buf), 4, "HTTPRespCall.Req")
     msg_id = _u32(buf, id_at)[0] if id_at else 0

@@ -56,6 +56,35 @@ class FrameDecoder:
         """Bytes received that are not yet part of a returned frame (a stalled peer has some)."""
         return len(self._buf) - self._pos
 
+    def frames(self, data: bytes) -> list[tuple[int, bytes]]:
+        """Every frame that ``data`` completes: ``feed`` and ``next_frame`` in one call.
+
+        While nothing is buffered (nearly always: the gateway writes whole messages and waits
+        for the answer), the whole frames at the start of ``data`` are sliced straight out of
+        it: one copy each, instead of a copy into the buffer, a copy out and a ``del``. Only a
+        partial frame at the end is buffered. Raises ``ProtocolError`` as ``next_frame`` does.
+        """
+        out: list[tuple[int, bytes]] = []
+        if not self._buf:
+            pos = 0
+            have = len(data)
+            while have - pos > HEADER_SIZE:
+                size = (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+                end = pos + HEADER_SIZE + size
+                if data[pos] > _MAX_TYPE or size == 0 or end > have:
+                    break  # an error, or a partial frame: the general path says which
+                out.append((data[pos], data[pos + HEADER_SIZE:end]))
+                pos = end
+            if pos:
+                self._dropped += pos
+                if pos == have:
+                    return out
+                data = data[pos:]
+        self._buf += data
+        while (frame := self.next_frame()) is not None:
+            out.append(frame)
+        return out
+
     def next_frame(self) -> Optional[tuple[int, bytes]]:
         """The next whole frame, or ``None`` until more bytes arrive.
 
