@@ -57,7 +57,60 @@ class Stop:
         return m.Stop(self.status, list(self.headers), self.body)
 
 
-class Request:
+class _Exchange:
+    """What both views share: the body and variables, asked of the gateway once per call.
+
+    ``body()`` and ``var()`` cost one ExtraInfo round trip each on first use and are cached for
+    the rest of the call; ``prime`` fills the caches with answers the runner fetched ahead.
+    """
+
+    __slots__ = ("_ask", "_body", "_new_body", "_vars")
+
+    #: The ExtraInfo question for this phase's body.
+    _BODY_QUESTION: ClassVar[m.Info]
+
+    def __init__(self, ask: Ask) -> None:
+        self._ask = ask
+        self._body: Optional[bytes] = None
+        self._new_body: Optional[bytes] = None
+        self._vars: dict[str, Optional[str]] = {}
+
+    async def body(self) -> bytes:
+        """This phase's body: the client's request, or the upstream's whole answer (``b""`` if
+        there is none)."""
+        if self._body is None:
+            self._body = await self._ask(self._BODY_QUESTION) or b""
+        return self._body
+
+    async def text(self) -> str:
+        """The body decoded as UTF-8 (raises ``UnicodeDecodeError`` on invalid bytes)."""
+        return (await self.body()).decode("utf-8")
+
+    async def var(self, name: str) -> Optional[str]:
+        """An nginx / gateway variable (``None`` when empty or unknown)."""
+        if name in self._vars:
+            return self._vars[name]
+        raw = await self._ask(m.Var(name))
+        value = None if raw is None else raw.decode("utf-8", "replace")
+        self._vars[name] = value
+        return value
+
+    def set_body(self, body: Union[bytes, str]) -> None:
+        """Replace the body: sent upstream in the request phase (the gateway recomputes
+        Content-Length), to the client in the response phase (set ``content-type`` too)."""
+        data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
+        if not data:
+            raise ValueError("the gateway cannot send an empty replacement body")
+        self._new_body = data
+
+    def prime(self, body: Optional[bytes], variables: Mapping[str, Optional[str]]) -> None:
+        """Fill the caches with answers the runner fetched ahead of the filters."""
+        if body is not None:
+            self._body = body
+        self._vars.update(variables)
+
+
+class Request(_Exchange):
     """The request as the gateway described it, plus the changes a plugin makes to it.
 
     Headers, args and the source IP are decoded on first use, not per call, because most plugins
@@ -65,21 +118,17 @@ class Request:
     each) and cache the answer for the rest of the call.
     """
 
-    __slots__ = (
-        "_call", "_ask", "_headers", "_args", "_resp_headers", "_path", "_body",
-        "_new_body", "_vars",
-    )
+    __slots__ = ("_call", "_headers", "_args", "_resp_headers", "_path")
+
+    _BODY_QUESTION = m.ReqBody()
 
     def __init__(self, call: m.HTTPReqCallRequest, ask: Ask) -> None:
+        super().__init__(ask)
         self._call = call
-        self._ask = ask
         self._headers: Optional[Headers] = None
         self._args: Optional[Args] = None
         self._resp_headers: Optional[Headers] = None
         self._path: Optional[str] = None
-        self._body: Optional[bytes] = None
-        self._new_body: Optional[bytes] = None
-        self._vars: dict[str, Optional[str]] = {}
 
     @property
     def id(self) -> int:
@@ -134,38 +183,6 @@ class Request:
             self._resp_headers = Headers()
         return self._resp_headers
 
-    async def body(self) -> bytes:
-        """The request body as the client sent it (``b""`` when there is none)."""
-        if self._body is None:
-            self._body = await self._ask(m.ReqBody()) or b""
-        return self._body
-
-    async def text(self) -> str:
-        """The body decoded as UTF-8 (raises ``UnicodeDecodeError`` on invalid bytes)."""
-        return (await self.body()).decode("utf-8")
-
-    async def var(self, name: str) -> Optional[str]:
-        """An nginx / gateway variable (``None`` when empty or unknown)."""
-        if name in self._vars:
-            return self._vars[name]
-        raw = await self._ask(m.Var(name))
-        value = None if raw is None else raw.decode("utf-8", "replace")
-        self._vars[name] = value
-        return value
-
-    def set_body(self, body: Union[bytes, str]) -> None:
-        """Replace the body sent upstream (the gateway recomputes Content-Length)."""
-        data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
-        if not data:
-            raise ValueError("the gateway cannot send an empty replacement body")
-        self._new_body = data
-
-    def prime(self, body: Optional[bytes], variables: Mapping[str, Optional[str]]) -> None:
-        """Fill the caches with answers the runner fetched ahead of the filters."""
-        if body is not None:
-            self._body = body
-        self._vars.update(variables)
-
     def to_action(self) -> m.Action:
         """The Rewrite holding exactly what changed, or ``None`` when nothing did."""
         headers: list[m.Entry] = []
@@ -194,7 +211,7 @@ class Request:
         return m.Rewrite(path, headers, args, resp_headers, self._new_body)
 
 
-class Response:
+class Response(_Exchange):
     """The upstream's answer, as the response filters see and change it.
 
     The gateway either keeps the upstream headers (when the answer names none) or sets exactly
@@ -202,16 +219,15 @@ class Response:
     list is sent back, minus framing headers the gateway computes itself.
     """
 
-    __slots__ = ("_call", "_ask", "_headers", "_status", "_body", "_new_body", "_vars")
+    __slots__ = ("_call", "_headers", "_status")
+
+    _BODY_QUESTION = m.RespBody()
 
     def __init__(self, call: m.HTTPRespCallRequest, ask: Ask) -> None:
+        super().__init__(ask)
         self._call = call
-        self._ask = ask
         self._headers: Optional[Headers] = None
         self._status: Optional[int] = None
-        self._body: Optional[bytes] = None
-        self._new_body: Optional[bytes] = None
-        self._vars: dict[str, Optional[str]] = {}
 
     @property
     def id(self) -> int:
@@ -241,32 +257,6 @@ class Response:
         if self._headers is None:
             self._headers = Headers(self._call.headers)
         return self._headers
-
-    async def body(self) -> bytes:
-        """The whole upstream body (the gateway buffers it; ``b""`` when there is none)."""
-        if self._body is None:
-            self._body = await self._ask(m.RespBody()) or b""
-        return self._body
-
-    async def var(self, name: str) -> Optional[str]:
-        if name in self._vars:
-            return self._vars[name]
-        raw = await self._ask(m.Var(name))
-        value = None if raw is None else raw.decode("utf-8", "replace")
-        self._vars[name] = value
-        return value
-
-    def set_body(self, body: Union[bytes, str]) -> None:
-        """Replace the body the client gets. Set ``content-type`` too: see the class docstring."""
-        data = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
-        if not data:
-            raise ValueError("the gateway cannot send an empty replacement body")
-        self._new_body = data
-
-    def prime(self, body: Optional[bytes], variables: Mapping[str, Optional[str]]) -> None:
-        if body is not None:
-            self._body = body
-        self._vars.update(variables)
 
     def to_message(self) -> m.HTTPRespCallResponse:
         status = 0 if self._status is None else self._status
