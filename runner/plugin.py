@@ -64,16 +64,26 @@ class _Exchange:
     the rest of the call; ``prime`` fills the caches with answers the runner fetched ahead.
     """
 
-    __slots__ = ("_ask", "_body", "_new_body", "_vars")
+    __slots__ = ("_call", "_ask", "_body", "_new_body", "_vars")
 
     #: The ExtraInfo question for this phase's body.
     _BODY_QUESTION: ClassVar[m.Info]
 
-    def __init__(self, ask: Ask) -> None:
+    def __init__(self, call: Union[m.HTTPReqCallRequest, m.HTTPRespCallRequest], ask: Ask) -> None:
+        self._call = call
         self._ask = ask
         self._body: Optional[bytes] = None
         self._new_body: Optional[bytes] = None
         self._vars: dict[str, Optional[str]] = {}
+
+    @property
+    def id(self) -> int:
+        """The gateway's call id (for logs; recycled, and 0 is a normal id)."""
+        return self._call.id
+
+    @property
+    def conf_token(self) -> int:
+        return self._call.conf_token
 
     async def body(self) -> bytes:
         """This phase's body: the client's request, or the upstream's whole answer (``b""`` if
@@ -118,26 +128,17 @@ class Request(_Exchange):
     each) and cache the answer for the rest of the call.
     """
 
-    __slots__ = ("_call", "_headers", "_args", "_resp_headers", "_path")
+    __slots__ = ("_headers", "_args", "_resp_headers", "_path")
 
     _BODY_QUESTION = m.ReqBody()
+    _call: m.HTTPReqCallRequest
 
     def __init__(self, call: m.HTTPReqCallRequest, ask: Ask) -> None:
-        super().__init__(ask)
-        self._call = call
+        super().__init__(call, ask)
         self._headers: Optional[Headers] = None
         self._args: Optional[Args] = None
         self._resp_headers: Optional[Headers] = None
         self._path: Optional[str] = None
-
-    @property
-    def id(self) -> int:
-        """The gateway's call id (for logs; recycled, and 0 is a normal id)."""
-        return self._call.id
-
-    @property
-    def conf_token(self) -> int:
-        return self._call.conf_token
 
     @property
     def method(self) -> str:
@@ -219,23 +220,15 @@ class Response(_Exchange):
     list is sent back, minus framing headers the gateway computes itself.
     """
 
-    __slots__ = ("_call", "_headers", "_status")
+    __slots__ = ("_headers", "_status")
 
     _BODY_QUESTION = m.RespBody()
+    _call: m.HTTPRespCallRequest
 
     def __init__(self, call: m.HTTPRespCallRequest, ask: Ask) -> None:
-        super().__init__(ask)
-        self._call = call
+        super().__init__(call, ask)
         self._headers: Optional[Headers] = None
         self._status: Optional[int] = None
-
-    @property
-    def id(self) -> int:
-        return self._call.id
-
-    @property
-    def conf_token(self) -> int:
-        return self._call.conf_token
 
     @property
     def status(self) -> int:
