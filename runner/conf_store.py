@@ -116,6 +116,13 @@ def _overrides(plugin: Plugin[Any], method: str) -> bool:
     return getattr(type(plugin), method) is not getattr(Plugin, method)
 
 
+MAX_CONFS = 65_536
+"""A gateway holds one conf per route and ext-plugin (hundreds, rarely thousands), but any local
+process that can reach the socket can send PrepareConf: the store is capped so that such a peer
+cannot grow it without bound until entries expire. Dropping a conf is safe: the gateway's next
+call with its token gets CONF_TOKEN_NOT_FOUND and the gateway sends the conf again."""
+
+
 class ConfStore:
     """Token -> ``PreparedConf``, with expiry after last use and optional dedup by key."""
 
@@ -129,8 +136,11 @@ class ConfStore:
         on_miss: Optional[MissHook] = None,
         on_prepare: Optional[PrepareHook] = None,
         dedup_by_key: bool = True,
+        max_confs: int = MAX_CONFS,
     ) -> None:
         self.registry = registry
+        #: over this many confs, the oldest installed is dropped (see ``MAX_CONFS``)
+        self.max_confs = max_confs
         #: entries idle this long are dropped (1.2 x the gateway's token cache time)
         self.ttl = 1.2 * expire_time
         self.clock = clock
@@ -141,6 +151,7 @@ class ConfStore:
         self._dedup = dedup_by_key
         self._entries: dict[int, PreparedConf] = {}
         self._by_key: dict[str, int] = {}
+        self._warned_full = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -205,6 +216,19 @@ class ConfStore:
         self._entries[entry.token] = entry
         if self._dedup and entry.key:
             self._by_key[entry.key] = entry.token
+        if len(self._entries) > self.max_confs:
+            self._drop_oldest()
+
+    def _drop_oldest(self) -> None:
+        """Drop the conf installed first (dicts keep insertion order: O(1), no heap per call)."""
+        token = next(iter(self._entries))
+        entry = self._entries.pop(token)
+        if entry.key is not None and self._by_key.get(entry.key) == token:
+            del self._by_key[entry.key]
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning("conf store holds %d confs (the cap): dropping the oldest; is something "
+                        "other than the gateway sending PrepareConf?", self.max_confs)
 
     def _build(self, token: int, raw: RawConf, key: Optional[str]) -> PreparedConf:
         request_chain: list[tuple[str, RequestFilter, Any]] = []

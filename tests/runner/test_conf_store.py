@@ -142,3 +142,16 @@ async def test_runner_sweeps_expired_confs_so_calls_get_token_not_found() -> Non
         outcome = await gateway.request(conf)  # CONF_TOKEN_NOT_FOUND, re-prepare, retry
         assert outcome.response is not None and outcome.response.body == b"v1"
         assert gateway.token(conf) != stale
+
+
+def test_store_is_capped_and_drops_the_oldest_conf(caplog: pytest.LogCaptureFixture) -> None:
+    """A local peer spamming PrepareConf cannot grow the store without bound."""
+    store = _store(Clock(), Counting(), max_confs=3)
+    tokens = [store.prepare([("counting", f"c{i}")], key=f"k{i}") for i in range(5)]
+    assert len(store) == 3
+    assert store.get(tokens[0]) is None and store.get(tokens[1]) is None
+    assert all(store.get(t) is not None for t in tokens[2:])
+    # the dropped conf's key no longer dedups to a dead token: preparing it again works
+    again = store.prepare([("counting", "c0")], key="k0")
+    assert again not in tokens and store.get(again) is not None
+    assert sum("the cap" in r.getMessage() for r in caplog.records) == 1
