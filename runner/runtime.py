@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import NoReturn, Optional
 
 from . import logs
@@ -65,18 +66,22 @@ async def serve_until_signalled(
     sock: socket.socket,
     store: ConfStore,
     config: RunnerConfig,
-    stop_requested: bool,
+    stop_requested: Callable[[], bool],
     *,
     metrics: Optional[mx.Metrics] = None,
     metrics_sock: Optional[socket.socket] = None,
     worker: Optional[WorkerContext] = None,
 ) -> None:
-    """Serve on ``sock`` until SIGTERM/SIGINT (or, in a worker, until the parent is gone)."""
+    """Serve on ``sock`` until SIGTERM/SIGINT (or, in a worker, until the parent is gone).
+
+    ``stop_requested`` is asked only after the loop's own handlers are installed: a signal that
+    arrived before then was caught by the early handler, and must not be lost in between.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if stop_requested:
+    if stop_requested():
         stop.set()
     mx.activate(metrics)
     server = Server(store, read_timeout=config.read_timeout, shutdown_grace=config.shutdown_grace,
@@ -169,7 +174,7 @@ def run(config: RunnerConfig, *, fast_exit: bool = False) -> int:
              ", ".join(p.name for p in store.registry))
     try:
         loop.run_until_complete(serve_until_signalled(
-            listening.sock, store, config, early.requested,
+            listening.sock, store, config, lambda: early.requested,
             metrics=mx.Metrics() if metrics_sock is not None else None, metrics_sock=metrics_sock,
         ))
     except Exception:
@@ -192,7 +197,7 @@ def _run_workers(config: RunnerConfig, store: ConfStore, listening: ListeningSoc
         loop = new_event_loop(config.uvloop)
         try:
             loop.run_until_complete(serve_until_signalled(
-                listening.sock, context.store, config, context.stop_requested,
+                listening.sock, context.store, config, lambda: context.stop_requested,
                 metrics=context.metrics, metrics_sock=metrics_sock, worker=context,
             ))
         finally:
