@@ -300,16 +300,8 @@ class Connection(asyncio.Protocol):
                 action = request.to_action()
         except CallAborted:
             raise
-        except ProtocolError as exc:  # a lazily decoded header or argument is malformed
-            self.violation(f"undecodable HTTPReqCall: {exc}")
-            raise CallAborted() from None
-        except Exception:
-            log.exception(
-                "plugin %r failed in the request phase (call id %d): answering 503", name, call.id
-            )
-            if metrics is not None:
-                metrics.error("plugin_error")
-            return ERR_SERVICE_UNAVAILABLE
+        except Exception as exc:
+            return self._filter_failed(exc, "request", name, call.id)
         return self._encode(m.HTTPReqCallResponse(call.id, action), call.id)
 
     async def _response_call(self, frame: Frame) -> bytes:
@@ -334,17 +326,25 @@ class Connection(asyncio.Protocol):
             answer = response.to_message()
         except CallAborted:
             raise
-        except ProtocolError as exc:  # a lazily decoded header is malformed
-            self.violation(f"undecodable HTTPRespCall: {exc}")
-            raise CallAborted() from None
-        except Exception:
-            log.exception(
-                "plugin %r failed in the response phase (call id %d): answering 503", name, call.id
-            )
-            if metrics is not None:
-                metrics.error("plugin_error")
-            return ERR_SERVICE_UNAVAILABLE
+        except Exception as exc:
+            return self._filter_failed(exc, "response", name, call.id)
         return self._encode(answer, call.id)
+
+    def _filter_failed(self, exc: Exception, phase: str, name: str, call_id: int) -> bytes:
+        """The answer when a filter raised; called from the ``except`` block (for the traceback).
+
+        A lazily decoded header or argument that turns out malformed is the gateway breaking the
+        protocol: the connection closes. Anything else is the plugin's fault: 503, so the route's
+        ``allow_degradation`` decides what the client gets.
+        """
+        if isinstance(exc, ProtocolError):
+            self.violation(f"undecodable call in the {phase} phase: {exc}")
+            raise CallAborted() from None
+        log.exception("plugin %r failed in the %s phase (call id %d): answering 503",
+                      name, phase, call_id)
+        if self._metrics is not None:
+            self._metrics.error("plugin_error")
+        return ERR_SERVICE_UNAVAILABLE
 
     def _encode(self, msg: m.ToGateway, call_id: int) -> bytes:
         try:
