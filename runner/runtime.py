@@ -24,7 +24,7 @@ from .config import ENV_LISTEN, RunnerConfig
 from .metrics_http import MetricsService, bind_metrics
 from .registry import PluginLoadError, PluginRegistry
 from .server import ListeningSocket, Server, SocketSetupError, bind_unix_socket
-from .workers import Supervisor, WorkerContext
+from .workers import Supervisor, WorkerContext, set_parent_death_signal
 
 log = logging.getLogger("apisix_openai_triton.runner")
 
@@ -137,6 +137,9 @@ def run(config: RunnerConfig, *, fast_exit: bool = False) -> int:
     With ``fast_exit`` the process ends right after serving (see ``exit_now``): for the CLI only.
     """
     early = _EarlyStop()
+    # The gateway restarts a runner that exits, but a runner whose gateway died (SIGKILL, OOM)
+    # would keep serving a socket nobody uses: ask for SIGTERM when the parent goes away.
+    set_parent_death_signal()
     try:
         logs.configure(config.log_level, config.log_file)
     except (OSError, ValueError) as exc:

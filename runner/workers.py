@@ -18,7 +18,6 @@ a second everywhere.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import shutil
@@ -95,7 +94,8 @@ def set_parent_death_signal() -> None:
     if not sys.platform.startswith("linux"):
         return
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # CDLL(None) is the process's own symbols, libc included: no ldconfig run at start-up.
+        libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
         pass

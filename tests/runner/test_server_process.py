@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from apisix_openai_triton.runner.server import SocketSetupError, bind_unix_socket
-from apisix_openai_triton.runner.testkit import GatewayClient, RunnerProcess, runner_command
+from apisix_openai_triton.runner.testkit import (
+    GatewayClient, RunnerProcess, runner_command, wait_for_socket,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -176,3 +178,37 @@ def test_shipped_config_file_is_valid() -> None:
     defaults = RunnerConfig()
     assert {k: getattr(defaults, k) for k in values} == values  # documents the defaults
     assert resolve({}, env={}, cwd=root).socket_mode == 0o766
+
+
+def _gone_or_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_runner_stops_cleanly_when_its_parent_dies(tmp_path: Path) -> None:
+    """A gateway killed outright must not leave its runner serving a socket nobody uses."""
+    path = str(tmp_path / "r.sock")
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys; p = subprocess.Popen(sys.argv[1:]); print(p.pid, flush=True); p.wait()",
+         *runner_command(), "--listen", path],
+        env=_env(), stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        runner_pid = int(parent.stdout.readline())
+        wait_for_socket(path, 15.0)
+        parent.kill()
+        parent.wait(5)
+        deadline = time.monotonic() + 5.0
+        while not _gone_or_zombie(runner_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling the process table with a deadline: there is no event to wait on
+        assert _gone_or_zombie(runner_pid)
+        assert not os.path.exists(path)  # it stopped cleanly (SIGTERM), removing its socket
+    finally:
+        parent.kill()
+        parent.wait(5)
