@@ -176,7 +176,7 @@ def load_file(path: str) -> dict[str, Any]:
     return values
 
 
-def find_config_file(cli_path: Optional[str], env: Mapping[str, str], cwd: Path) -> Optional[str]:
+def find_config_file(cli_path: Optional[str], env: Mapping[str, str]) -> Optional[str]:
     """``--config``, else ``$APISIX_OPENAI_TRITON_CONFIG``, else none (built-in defaults).
 
     There is deliberately no lookup in the working directory: the gateway starts the runner in
@@ -188,7 +188,6 @@ def find_config_file(cli_path: Optional[str], env: Mapping[str, str], cwd: Path)
 def resolve(
     cli: Mapping[str, Any],
     env: Optional[Mapping[str, str]] = None,
-    cwd: Optional[Path] = None,
 ) -> RunnerConfig:
     """Layer defaults < file < environment < CLI. ``cli`` holds only the flags given.
 
@@ -196,9 +195,8 @@ def resolve(
     name clash, see the registry).
     """
     env = os.environ if env is None else env
-    cwd = Path.cwd() if cwd is None else cwd
     config = RunnerConfig()
-    path = find_config_file(cli.get("config"), env, cwd)
+    path = find_config_file(cli.get("config"), env)
     if path is not None:
         config = replace(config, config_file=path, **load_file(path))
     if env.get(ENV_LISTEN):

@@ -18,16 +18,12 @@ from pathlib import Path
 import pytest
 
 from apisix_openai_triton.runner.testkit import RunnerProcess
-from apisix_openai_triton.tools.dev_gateway import UpstreamCall, serve_dev_gateway
-from apisix_openai_triton.tools.dev_routes import compile_routes
-from apisix_openai_triton.tools.mock_triton import start_mock_triton
-from apisix_openai_triton.tools.routes import parse_route_file, plugin_validators
 
 HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-from e2e_stack import MODEL, ROUTES, Stack  # noqa: E402
+from e2e_stack import MODEL, ROUTES, Stack, serve_stack  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,13 +38,5 @@ def runner_socket() -> Iterator[str]:
 
 @pytest.fixture
 async def stack(runner_socket: str) -> AsyncIterator[Stack]:
-    mock, port = await start_mock_triton(models=(f"{MODEL}:vllm",))
-    try:
-        routes = parse_route_file(ROUTES, "e2e routes", validators=plugin_validators(),
-                                  upstream={"nodes": [f"127.0.0.1:{port}"]})
-        calls: list[UpstreamCall] = []
-        async with serve_dev_gateway(compile_routes(routes), runner_socket,
-                                     observe_upstream=calls.append) as gateway:
-            yield Stack(gateway.url, calls)
-    finally:
-        await mock.cleanup()
+    async with serve_stack(ROUTES, f"{MODEL}:vllm", runner_socket) as running:
+        yield running

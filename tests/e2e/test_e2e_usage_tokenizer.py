@@ -19,13 +19,9 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
 from apisix_openai_triton.runner.testkit import RunnerProcess
-from apisix_openai_triton.tools.dev_gateway import UpstreamCall, serve_dev_gateway
-from apisix_openai_triton.tools.dev_routes import compile_routes
-from apisix_openai_triton.tools.mock_triton import start_mock_triton
 from apisix_openai_triton.tools.mock_triton_text import VOCABULARY
-from apisix_openai_triton.tools.routes import parse_route_file, plugin_validators
 
-from e2e_stack import Stack
+from e2e_stack import Stack, serve_stack
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,16 +84,8 @@ routes:
   - id: chat
     uri: /v1/chat/completions
 """
-    mock, port = await start_mock_triton(models=(f"{MODEL}:generic",))
-    try:
-        routes = parse_route_file(routes_text, "usage routes", validators=plugin_validators(),
-                                  upstream={"nodes": [f"127.0.0.1:{port}"]})
-        calls: list[UpstreamCall] = []
-        async with serve_dev_gateway(compile_routes(routes), runner_socket,
-                                     observe_upstream=calls.append) as gateway:
-            yield Stack(gateway.url, calls)
-    finally:
-        await mock.cleanup()
+    async with serve_stack(routes_text, f"{MODEL}:generic", runner_socket) as running:
+        yield running
 
 
 def scrape_tokens(port: int) -> dict[str, float]:

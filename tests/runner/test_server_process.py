@@ -177,7 +177,7 @@ def test_shipped_config_file_is_valid() -> None:
     values = load_file(str(root / "conf" / "config.yaml"))
     defaults = RunnerConfig()
     assert {k: getattr(defaults, k) for k in values} == values  # documents the defaults
-    assert resolve({}, env={}, cwd=root).socket_mode == 0o766
+    assert resolve({}, env={}).socket_mode == 0o766
 
 
 def _gone_or_zombie(pid: int) -> bool:

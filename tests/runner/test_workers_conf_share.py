@@ -88,7 +88,7 @@ def test_workers_setting() -> None:
 
 def test_metrics_listen_setting(tmp_path: Path) -> None:
     assert resolve({"metrics_listen": "127.0.0.1:9091"}, env={}).metrics_listen == "127.0.0.1:9091"
-    assert resolve({}, env={}, cwd=tmp_path).metrics_listen is None
+    assert resolve({}, env={}).metrics_listen is None
     for bad in ("9091", "host:", "host:99999"):
         with pytest.raises(ConfigError, match="--metrics-listen"):
             resolve({"metrics_listen": bad}, env={})
